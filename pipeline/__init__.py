@@ -1,0 +1,3 @@
+"""Similarity-learning pipeline: Quaterion fine-tuning, Qdrant indexing and retrieval evaluation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,251 @@
+"""Training stage: fine-tune the encoder/head with Quaterion on grouped items.
+
+In: a ``PipelineConfig`` and the training/validation items of a ``Split``.
+Out: a run directory with ``servable/`` (``SimilarityModel.save``), ``config.yaml``
+(the resolved config), ``checkpoints/last.ckpt`` and ``logs/metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch.utils.data import Dataset
+
+import pipeline.compat  # noqa: F401  (fixes must load before quaterion)
+from quaterion import Quaterion
+from quaterion.dataset import GroupSimilarityDataLoader, SimilarityGroupSample
+from quaterion.utils.progress_bar import QuaterionProgressBar
+
+from pipeline.config import PipelineConfig
+from pipeline.data import Item
+from pipeline.model import SimilarityTrainer
+from pipeline.sampler import GroupBatchSampler
+
+logger = logging.getLogger(__name__)
+
+SERVABLE_DIR = "servable"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+
+
+class GroupDataset(Dataset):
+    """Items as Quaterion ``SimilarityGroupSample``s, ordered by text length.
+
+    Quaterion fills its embedding cache by reading the dataset in index order; with
+    the texts sorted by length each cache batch pads to a similar length.
+    """
+
+    def __init__(self, items: list[Item]):
+        self.items = sorted(items, key=lambda item: (len(item.text), item.key))
+        group_names = sorted({item.group for item in self.items})
+        self.group_ids = {name: index for index, name in enumerate(group_names)}
+        self.groups = [self.group_ids[item.group] for item in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> SimilarityGroupSample:
+        return SimilarityGroupSample(obj=self.items[index].text, group=self.groups[index])
+
+
+def build_loader(items: list[Item], config: PipelineConfig, training: bool) -> GroupSimilarityDataLoader:
+    """Build a P x K data loader; validation batches are the same every epoch."""
+    dataset = GroupDataset(items)
+    settings = config.training
+    groups_per_batch = settings.groups_per_batch
+    if not training:
+        eligible = sum(1 for size in _group_sizes(dataset).values() if size >= settings.items_per_group)
+        groups_per_batch = max(2, min(groups_per_batch, eligible))
+    sampler = GroupBatchSampler(
+        dataset.groups,
+        groups_per_batch=groups_per_batch,
+        items_per_group=settings.items_per_group,
+        seed=config.seed,
+        reshuffle=training,
+    )
+    return GroupSimilarityDataLoader(
+        dataset,
+        batch_size=groups_per_batch * settings.items_per_group,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=0,
+    )
+
+
+def _group_sizes(dataset: GroupDataset) -> dict[int, int]:
+    sizes: dict[int, int] = {}
+    for group in dataset.groups:
+        sizes[group] = sizes.get(group, 0) + 1
+    return sizes
+
+
+@dataclass
+class TrainResult:
+    """Where a training run wrote its outputs, and its loss history."""
+
+    run_dir: Path
+    servable_dir: Path
+    history: list[dict] = field(default_factory=list)
+    stopped_on_collapse: bool = False
+    monitor: dict | None = None
+
+    def validation_losses(self) -> list[float]:
+        return [row["validation_loss"] for row in self.history if not math.isnan(row.get("validation_loss", math.nan))]
+
+
+def train(config: PipelineConfig, train_items: list[Item], validation_items: list[Item],
+          run_dir: Path | None = None, resume: bool = False, callbacks: list | None = None,
+          trainable_model: SimilarityTrainer | None = None) -> TrainResult:
+    """Train a model and save it as a servable in ``run_dir``.
+
+    Args:
+        config: the pipeline config.
+        train_items: items of the training groups.
+        validation_items: items of the validation groups (may be empty).
+        run_dir: output directory; ``config.run_dir()`` if None.
+        resume: continue from ``checkpoints/last.ckpt`` when it exists.
+        callbacks: extra Lightning callbacks (the collapse monitor is added here
+            from config; pass others, e.g. for the collapse experiment).
+        trainable_model: a prepared model; built from config if None.
+
+    Returns:
+        The run directory, the servable directory and the per-epoch losses.
+    """
+    from pipeline.collapse import CollapseMonitor, GuardedCheckpoint, collapse_stopped
+
+    run_dir = Path(run_dir or config.run_dir())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    if config.training.num_threads:
+        torch.set_num_threads(config.training.num_threads)
+
+    model = trainable_model or SimilarityTrainer(config, cache_dir=str(run_dir / "cache"))
+    train_loader = build_loader(train_items, config, training=True)
+    validation_loader = build_loader(validation_items, config, training=False) if validation_items else None
+
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    last_checkpoint = checkpoint_dir / "last.ckpt"
+    checkpoint_path = None
+    if resume and last_checkpoint.is_file():
+        checkpoint_path = str(last_checkpoint)
+        logger.info("Resuming from %s", last_checkpoint)
+    elif resume:
+        logger.info("No checkpoint at %s; starting from the pretrained model", last_checkpoint)
+
+    monitor = None
+    monitor_config = config.training.monitor
+    if monitor_config.enabled and validation_items:
+        monitor = CollapseMonitor(
+            validation_items, monitor_config, margin=config.loss.margin,
+            stop_on_collapse=config.training.stop_on_collapse, seed=config.seed,
+            batch_size=config.training.encode_batch_size,
+        )
+    all_callbacks = [
+        QuaterionProgressBar(),
+        GuardedCheckpoint(monitor_callback=monitor, dirpath=checkpoint_dir, filename="epoch{epoch:03d}",
+                          save_last=True, save_top_k=0, auto_insert_metric_name=False),
+    ]
+    if monitor is not None:
+        all_callbacks.append(monitor)
+    all_callbacks.extend(callbacks or [])
+
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=config.training.epochs,
+        callbacks=all_callbacks,
+        logger=CSVLogger(str(run_dir), name=LOG_DIR, version=""),
+        log_every_n_steps=config.training.log_every_n_steps,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic="warn",
+    )
+
+    logger.info(
+        "Training on %d items in %d groups (%d batches of %d x %d per epoch), %d epochs",
+        len(train_items), len({item.group for item in train_items}), len(train_loader),
+        config.training.groups_per_batch, config.training.items_per_group, config.training.epochs,
+    )
+    Quaterion.fit(model, trainer, train_loader, validation_loader, ckpt_path=checkpoint_path)
+
+    stopped = collapse_stopped(trainer)
+    if stopped:
+        restore_last_checkpoint(model, last_checkpoint)
+
+    servable_dir = save_servable_atomically(model, run_dir / SERVABLE_DIR)
+    history = read_history(run_dir / LOG_DIR / "metrics.csv")
+    result = TrainResult(run_dir=run_dir, servable_dir=servable_dir, history=history, stopped_on_collapse=stopped,
+                         monitor=monitor.summary() if monitor else None)
+    logger.info("Saved the trained model to %s", servable_dir)
+    return result
+
+
+def restore_last_checkpoint(model: SimilarityTrainer, checkpoint: Path) -> None:
+    """Load the weights of the last checkpoint saved before a collapse stop."""
+    if not checkpoint.is_file():
+        logger.warning("No checkpoint was saved before the collapse; the servable holds the collapsed weights.")
+        return
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict(state, strict=False)
+    logger.info("Restored the weights of %s, saved before the collapse", checkpoint)
+
+
+def save_servable_atomically(model: SimilarityTrainer, target: Path) -> Path:
+    """Save the servable to a temporary directory, then move it into place.
+
+    A crash while saving leaves the previous servable (if any) untouched, so a
+    directory named ``servable`` is always complete.
+    """
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_servable(str(partial))
+    created = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (partial / "pipeline_version.json").write_text(
+        json.dumps({"version": f"{target.parent.name}@{created}", "created": created}))
+    previous = target.with_name(target.name + ".previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if target.exists():
+        target.rename(previous)
+    partial.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
+    return target
+
+
+def read_history(metrics_csv: Path) -> list[dict]:
+    """Collapse Lightning's CSV log into one row per epoch.
+
+    Each logged value is averaged over the epoch's rows, so ``train_loss`` (logged
+    every ``log_every_n_steps`` steps) becomes the epoch's mean logged loss.
+    """
+    if not metrics_csv.is_file():
+        return []
+    values: dict[int, dict[str, list[float]]] = {}
+    with metrics_csv.open() as handle:
+        for row in csv.DictReader(handle):
+            if not row.get("epoch"):
+                continue
+            epoch_values = values.setdefault(int(row["epoch"]), {})
+            for key, value in row.items():
+                if key in ("epoch", "step") or value in (None, ""):
+                    continue
+                epoch_values.setdefault(key, []).append(float(value))
+
+    history = []
+    for epoch in sorted(values):
+        entry = {"epoch": epoch, "validation_loss": math.nan}
+        for key, series in values[epoch].items():
+            entry[key] = sum(series) / len(series)
+        history.append(entry)
+    return history
