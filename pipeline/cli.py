@@ -19,10 +19,13 @@ DEFAULT_CONFIG = "configs/wordnet.yaml"
 
 
 def _setup_logging(verbose: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
+    # Logs go to stderr so that `search --json` prints only JSON on stdout.
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
+                        handlers=[handler], force=True)
     for noisy in ("httpx", "sentence_transformers", "pytorch_lightning.utilities.rank_zero", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")

@@ -12,7 +12,7 @@ from quaterion_models import SimilarityModel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
-def progress_bar(transient: bool = False) -> Progress:
+def progress_bar(transient: bool = False, disable: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -20,6 +20,7 @@ def progress_bar(transient: bool = False) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=transient,
+        disable=disable,
     )
 
 
@@ -36,8 +37,8 @@ def embed_texts(model: SimilarityModel, texts: list[str], batch_size: int = 64,
     order = np.argsort([len(text) for text in texts], kind="stable")
     output = None
 
-    with progress_bar(transient=not show_progress) as progress:
-        task = progress.add_task(description, total=len(texts), visible=show_progress)
+    with progress_bar(disable=not show_progress) as progress:
+        task = progress.add_task(description, total=len(texts))
         for start in range(0, len(texts), batch_size):
             positions = order[start:start + batch_size]
             batch = collate([texts[position] for position in positions])

@@ -331,8 +331,8 @@ def index_items(store: VectorStore, collection: str, dataset: str, items: list[I
 
     batch_size = config.upload_batch_size
     started = time.perf_counter()
-    with progress_bar(transient=not show_progress) as progress:
-        task = progress.add_task(f"Uploading to {collection}", total=len(items), visible=show_progress)
+    with progress_bar(disable=not show_progress) as progress:
+        task = progress.add_task(f"Uploading to {collection}", total=len(items))
         for start in range(0, len(items), batch_size):
             batch = items[start:start + batch_size]
             ids = [point_id(dataset, item.key) for item in batch]

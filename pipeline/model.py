@@ -166,15 +166,17 @@ class SimilarityTrainer(TrainableModel):
 
     def __init__(self, config: PipelineConfig, encoder: Encoder | None = None, cache_dir: str | None = None):
         self.config = config
-        self._encoder = encoder
+        # A module cannot be assigned before Module.__init__, so keep it behind a callable.
+        self._prepared_encoder = lambda: encoder
         self._cache_dir = cache_dir
         super().__init__()
         # Checkpoints of a frozen encoder leave out its weights (see on_save_checkpoint).
         self.strict_loading = config.model.trainable_encoder
 
     def configure_encoders(self) -> Encoder:
-        if self._encoder is not None:
-            return self._encoder
+        encoder = self._prepared_encoder()
+        if encoder is not None:
+            return encoder
         transformer = load_sentence_transformer(self.config.model.encoder, self.config.model.max_seq_length)
         return SentenceTransformerEncoder(transformer, trainable=self.config.model.trainable_encoder)
 

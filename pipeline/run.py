@@ -112,7 +112,7 @@ def evaluate_run(config: PipelineConfig, run_dir: Path, split: Split | None = No
         previous = run_dir / "metrics.json"
         training = json.loads(previous.read_text()).get("training", {}) if previous.is_file() else {}
         if not training.get("history"):
-            training["history"] = read_history(run_dir / "logs" / "metrics.csv")
+            training["history"] = read_history(run_dir / "logs")
 
     corpus = corpus_items(split, config.evaluation.index_scope)
     query_set = build_query_set(split.test, corpus, config.evaluation.query_kind)

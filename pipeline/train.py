@@ -98,6 +98,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     stopped_on_collapse: bool = False
     monitor: dict | None = None
+    initial_validation_loss: float = math.nan
 
     def validation_losses(self) -> list[float]:
         return [row["validation_loss"] for row in self.history if not math.isnan(row.get("validation_loss", math.nan))]
@@ -134,13 +135,17 @@ def train(config: PipelineConfig, train_items: list[Item], validation_items: lis
     model = trainable_model or SimilarityTrainer(config, cache_dir=str(run_dir / "cache"))
     train_loader = build_loader(train_items, config, training=True)
     validation_loader = build_loader(validation_items, config, training=False) if validation_items else None
+    initial_loss = math.nan
+    if validation_loader is not None and checkpoint_path_for(run_dir, resume) is None:
+        initial_loss = validation_loss(model, validation_loader, config.training.encode_batch_size)
+        logger.info("Validation loss before training: %.4f", initial_loss)
 
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     last_checkpoint = checkpoint_dir / "last.ckpt"
-    checkpoint_path = None
-    if resume and last_checkpoint.is_file():
-        checkpoint_path = str(last_checkpoint)
-        logger.info("Resuming from %s", last_checkpoint)
+    checkpoint_path = checkpoint_path_for(run_dir, resume)
+    if checkpoint_path:
+        logger.info("Resuming from %s", checkpoint_path)
+        keep_earlier_log(run_dir / LOG_DIR)
     elif resume:
         logger.info("No checkpoint at %s; starting from the pretrained model", last_checkpoint)
 
@@ -185,11 +190,33 @@ def train(config: PipelineConfig, train_items: list[Item], validation_items: lis
         restore_last_checkpoint(model, last_checkpoint)
 
     servable_dir = save_servable_atomically(model, run_dir / SERVABLE_DIR)
-    history = read_history(run_dir / LOG_DIR / "metrics.csv")
+    history = read_history(run_dir / LOG_DIR)
     result = TrainResult(run_dir=run_dir, servable_dir=servable_dir, history=history, stopped_on_collapse=stopped,
-                         monitor=monitor.summary() if monitor else None)
+                         monitor=monitor.summary() if monitor else None, initial_validation_loss=initial_loss)
     logger.info("Saved the trained model to %s", servable_dir)
     return result
+
+
+def checkpoint_path_for(run_dir: Path, resume: bool) -> str | None:
+    last_checkpoint = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    return str(last_checkpoint) if resume and last_checkpoint.is_file() else None
+
+
+@torch.no_grad()
+def validation_loss(model: SimilarityTrainer, loader: GroupSimilarityDataLoader, batch_size: int) -> float:
+    """Mean loss of the untrained model over the validation batches (the same batches every epoch)."""
+    from pipeline.embed import embed_texts
+
+    dataset = loader._original_dataset  # the GroupDataset under Quaterion's indexing layers
+    indices = list(loader.sampler)
+    texts = [dataset.items[index].text for index in indices]
+    embeddings = torch.from_numpy(embed_texts(model.model, texts, batch_size, description="Validation loss"))
+    groups = torch.tensor([dataset.groups[index] for index in indices])
+
+    size = loader.batch_size
+    losses = [float(model.loss(embeddings[start:start + size], groups[start:start + size]))
+              for start in range(0, len(indices) - size + 1, size)]
+    return sum(losses) / len(losses)
 
 
 def restore_last_checkpoint(model: SimilarityTrainer, checkpoint: Path) -> None:
@@ -223,24 +250,28 @@ def save_servable_atomically(model: SimilarityTrainer, target: Path) -> Path:
     return target
 
 
-def read_history(metrics_csv: Path) -> list[dict]:
-    """Collapse Lightning's CSV log into one row per epoch.
+def keep_earlier_log(log_dir: Path) -> None:
+    """Move metrics.csv aside before resuming, because Lightning's CSVLogger starts it afresh."""
+    current = log_dir / "metrics.csv"
+    if current.is_file():
+        part = len(list(log_dir.glob("metrics.before-resume-*.csv"))) + 1
+        current.rename(log_dir / f"metrics.before-resume-{part}.csv")
 
-    Each logged value is averaged over the epoch's rows, so ``train_loss`` (logged
-    every ``log_every_n_steps`` steps) becomes the epoch's mean logged loss.
+
+def read_history(log_dir: Path) -> list[dict]:
+    """Collapse Lightning's CSV logs into one row per epoch.
+
+    Reads the logs of earlier (resumed) runs first, then ``metrics.csv``; a later
+    file's rows replace an earlier file's rows of the same epoch. Each logged value
+    is averaged over the epoch's rows, so ``train_loss`` (logged every
+    ``log_every_n_steps`` steps) becomes the epoch's mean logged loss.
     """
-    if not metrics_csv.is_file():
-        return []
+    log_dir = Path(log_dir)
+    parts = sorted(log_dir.glob("metrics.before-resume-*.csv"), key=lambda path: int(path.stem.rsplit("-", 1)[1]))
     values: dict[int, dict[str, list[float]]] = {}
-    with metrics_csv.open() as handle:
-        for row in csv.DictReader(handle):
-            if not row.get("epoch"):
-                continue
-            epoch_values = values.setdefault(int(row["epoch"]), {})
-            for key, value in row.items():
-                if key in ("epoch", "step") or value in (None, ""):
-                    continue
-                epoch_values.setdefault(key, []).append(float(value))
+    for path in [*parts, log_dir / "metrics.csv"]:
+        if path.is_file():
+            values.update(_read_log(path))
 
     history = []
     for epoch in sorted(values):
@@ -249,3 +280,17 @@ def read_history(metrics_csv: Path) -> list[dict]:
             entry[key] = sum(series) / len(series)
         history.append(entry)
     return history
+
+
+def _read_log(path: Path) -> dict[int, dict[str, list[float]]]:
+    values: dict[int, dict[str, list[float]]] = {}
+    with path.open() as handle:
+        for row in csv.DictReader(handle):
+            if not row.get("epoch"):
+                continue
+            epoch_values = values.setdefault(int(row["epoch"]), {})
+            for key, value in row.items():
+                if key in ("epoch", "step") or value in (None, ""):
+                    continue
+                epoch_values.setdefault(key, []).append(float(value))
+    return values
