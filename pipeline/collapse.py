@@ -117,7 +117,7 @@ class CollapseMonitor(Callback):
     Checks run at the end of every validation epoch and, if ``every_n_steps`` is
     set, every that many training steps. Each check logs ``monitor_<metric>`` to the
     trainer's loggers and appends a row to ``history``. On an alarm it logs a
-    warning with the numbers and, with ``stop_on_collapse``, stops training; the
+    warning with the numbers. With ``stop_on_collapse`` it also stops training, and
     ``GuardedCheckpoint`` then keeps the last checkpoint saved before the collapse.
     """
 
@@ -138,6 +138,11 @@ class CollapseMonitor(Callback):
         self._frozen_encoder_output: Tensor | None = None
         self._losses: list[float] = []
         self._active: list[float] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # With step checks on, record the starting geometry (step 0) as well.
+        if self.config.every_n_steps and trainer.global_step == 0:
+            self.check(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs

@@ -43,7 +43,7 @@ class SplitConfig(_Section):
 
 
 class DataConfig(_Section):
-    """Where the items come from and how groups are split."""
+    """Data source, slice and group split."""
 
     source: Literal["wordnet", "jsonl", "csv"] = "wordnet"
     name: str = "wordnet"
@@ -68,7 +68,7 @@ class ModelConfig(_Section):
 
     encoder: str = DEFAULT_ENCODER
     max_seq_length: int = Field(128, gt=0, le=512)
-    head: Literal["skip_connection", "linear", "empty"] = "skip_connection"
+    head: Literal["skip_connection", "linear", "mlp", "empty"] = "skip_connection"
     head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     trainable_encoder: bool = False
 
@@ -109,7 +109,7 @@ class TrainingConfig(_Section):
 
 
 class QdrantConfig(_Section):
-    """Where embeddings are stored and how the collection is built."""
+    """Qdrant connection, collection settings and upload batching."""
 
     url: str | None = None
     api_key_env: str = "QDRANT_API_KEY"

@@ -122,7 +122,7 @@ def read_wordnet(wordnet_dir: str | Path, parts_of_speech=("noun", "verb", "adj"
     """Read every synset of the given parts of speech from a WordNet 3.0 directory.
 
     Raises:
-        DataError: a ``data.*`` file is missing; the message says how to install it.
+        DataError: a ``data.*`` file is missing. The message explains how to install it.
     """
     wordnet_dir = Path(wordnet_dir)
     synsets = []
@@ -252,7 +252,7 @@ def split_items(items: list[Item], config: DataConfig, seed: int) -> Split:
     groups = sorted({item.group for item in items})
     if config.max_groups is not None and config.max_groups < len(groups):
         groups = sorted(groups, key=lambda group: _unit_hash(seed, "slice", group))[: config.max_groups]
-    kept = set(groups)
+    selected = set(groups)
 
     test_share = config.split.test
     validation_share = config.split.validation
@@ -268,7 +268,7 @@ def split_items(items: list[Item], config: DataConfig, seed: int) -> Split:
 
     by_split = defaultdict(list)
     for item in items:
-        if item.group in kept:
+        if item.group in selected:
             by_split[assignment[item.group]].append(item)
     split = Split(train=by_split["train"], validation=by_split["validation"], test=by_split["test"])
     for name in ("train", "test"):

@@ -57,9 +57,9 @@ def embed_texts(model: SimilarityModel, texts: list[str], batch_size: int = 64,
 def apply_head(model: SimilarityModel, encoder_embeddings: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """Run only the head over embeddings that the (frozen) encoder already produced.
 
-    Valid only when the model's encoder is the one that produced ``encoder_embeddings``
-    and is frozen; the main job uses it to encode the test texts once for both the
-    baseline and the fine-tuned model.
+    Valid only when the model's encoder produced ``encoder_embeddings`` and is frozen.
+    The main job uses it to encode the test texts once for both the baseline and the
+    fine-tuned model.
     """
     model.eval()
     parts = []

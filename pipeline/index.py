@@ -74,7 +74,7 @@ def point_id(dataset: str, key: str) -> str:
 class EdgeStore:
     """Embedded Qdrant Edge shards, one directory per collection under ``root``.
 
-    Each collection directory holds ``shard/`` and ``collection.json`` (vector size,
+    Each collection directory contains ``shard/`` and ``collection.json`` (vector size,
     distance, and ``complete``, which is false while an upload is in progress).
     Shard count and replication apply to a Qdrant server only.
     """
@@ -265,7 +265,7 @@ def open_store(config: QdrantConfig, run_dir: str | Path) -> VectorStore:
 
 @dataclass
 class IndexReport:
-    """What an indexing call did, with its upload speed (encoding excluded)."""
+    """Result of one indexing call: point count and upload speed (encoding excluded)."""
 
     collection: str
     points: int

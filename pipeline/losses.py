@@ -45,9 +45,9 @@ class BatchHardTripletLoss(GroupLoss):
         variant: ``scaled`` or ``plain``.
         eps: lower bound of the scaled variant's denominator.
 
-    After each call, ``last_active_fraction`` holds the share of anchors whose
-    loss term is above zero, and ``last_mean_negative_distance`` the batch mean of
-    ``d_an``; the collapse monitor reads both.
+    After each call, ``last_active_fraction`` is the share of anchors whose loss
+    term is above zero, and ``last_mean_negative_distance`` is the batch mean of
+    ``d_an``. The collapse monitor reads both.
     """
 
     def __init__(self, margin: float = 0.5, distance: str = "cosine", variant: str = "scaled", eps: float = 1e-4):

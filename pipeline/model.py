@@ -146,11 +146,40 @@ class LinearHead(EncoderHead):
         return self.linear(input_vectors)
 
 
+class MLPHead(EncoderHead):
+    """Linear -> ReLU -> Linear with random initialisation.
+
+    It starts far from the pretrained space and, trained with the plain batch-hard
+    loss at a high learning rate, collapses readily: the collapse experiment uses it.
+    """
+
+    def __init__(self, input_embedding_size: int, dropout: float = 0.0, hidden_size: int | None = None):
+        super().__init__(input_embedding_size, dropout=dropout)
+        self.hidden_size = hidden_size or input_embedding_size
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(input_embedding_size, self.hidden_size),
+            torch.nn.ReLU(),
+            torch.nn.Linear(self.hidden_size, input_embedding_size),
+        )
+
+    @property
+    def output_size(self) -> int:
+        return self.input_embedding_size
+
+    def transform(self, input_vectors: Tensor) -> Tensor:
+        return self.layers(input_vectors)
+
+    def get_config_dict(self) -> dict:
+        return {**super().get_config_dict(), "hidden_size": self.hidden_size}
+
+
 def build_head(kind: str, input_size: int, dropout: float) -> EncoderHead:
     if kind == "skip_connection":
         return SkipConnectionHead(input_size, dropout=dropout)
     if kind == "linear":
         return LinearHead(input_size, dropout=dropout)
+    if kind == "mlp":
+        return MLPHead(input_size, dropout=dropout)
     return EmptyHead(input_size)
 
 
@@ -214,8 +243,8 @@ class SimilarityTrainer(TrainableModel):
                 del state[key]
 
     def on_train_epoch_start(self) -> None:
-        # Lightning 2 keeps each submodule in the mode it was loaded in, and it runs
-        # validation in eval mode; switch back so dropout is on while training.
+        # Lightning 2 keeps each submodule in the mode it was loaded in, and validation
+        # leaves the model in eval mode. Switching back turns dropout on for training.
         self.model.train()
 
 

@@ -86,6 +86,9 @@ def write_report(run_dir: Path, document: dict, figures: list[str]) -> Path:
     for key, text in document["definitions"].items():
         lines.append(f"- **{key}**: {text}")
     training = document.get("training") or {}
+    initial = training.get("initial_validation_loss")
+    if initial is not None and not math.isnan(initial):
+        lines += ["", f"Validation loss before training: {initial:.4f}"]
     if training.get("history"):
         lines += ["", "## Training", "", "| epoch | train loss | validation loss | effective rank | mean distance |",
                   "|---:|---:|---:|---:|---:|"]
@@ -105,26 +108,44 @@ def write_report(run_dir: Path, document: dict, figures: list[str]) -> Path:
     return path
 
 
-def plot_training_curves(history: list[dict], margin: float, path: Path) -> bool:
-    """Plot train/validation loss per epoch and the monitor's effective rank; False if no history."""
-    if not history:
+def plot_training_curves(steps: list[dict], training: dict, margin: float, path: Path) -> bool:
+    """Plot the loss over training steps and the monitor's geometry; False if nothing was logged.
+
+    Args:
+        steps: rows of the CSV log (``step``, ``train_loss`` or ``validation_loss``).
+        training: ``initial_validation_loss`` (drawn at step 0) and ``monitor_history``.
+        margin: drawn as a dashed line, the value a collapsed plain loss sits at.
+    """
+    train_rows = [row for row in steps if "train_loss" in row]
+    if not train_rows:
         return False
-    epochs = [row["epoch"] for row in history]
+    validation = [(row["step"], row["validation_loss"]) for row in steps if "validation_loss" in row]
+    initial = training.get("initial_validation_loss")
+    if initial is not None and not math.isnan(initial):
+        validation.insert(0, (0, initial))
+
     figure, (loss_axis, rank_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label in (("train_loss", "train loss"), ("validation_loss", "validation loss")):
-        values = [row.get(key, math.nan) for row in history]
-        loss_axis.plot(epochs, values, marker="o", label=label)
+    loss_axis.plot([row["step"] for row in train_rows], [row["train_loss"] for row in train_rows],
+                   label="train loss (logged steps)", alpha=0.7)
+    if validation:
+        loss_axis.plot(*zip(*validation), marker="o", label="validation loss")
     loss_axis.axhline(margin, color="grey", linestyle="--", label=f"margin = {margin}")
-    loss_axis.set_xlabel("epoch")
+    loss_axis.set_xlabel("training step")
     loss_axis.set_ylabel("loss")
     loss_axis.set_title("Triplet loss")
     loss_axis.legend()
 
-    ranks = [row.get("monitor_effective_rank", math.nan) for row in history]
-    rank_axis.plot(epochs, ranks, marker="o", color="tab:green")
-    rank_axis.set_xlabel("epoch")
+    monitor = training.get("monitor_history") or []
+    rank_axis.plot([row["step"] for row in monitor], [row["effective_rank"] for row in monitor], marker="o",
+                   color="tab:green", label="effective rank (RankMe)")
+    rank_axis.set_xlabel("training step")
     rank_axis.set_ylabel("effective rank (RankMe)")
-    rank_axis.set_title("Validation sample geometry")
+    distance_axis = rank_axis.twinx()
+    distance_axis.plot([row["step"] for row in monitor], [row["mean_distance"] for row in monitor], marker=".",
+                       color="tab:purple", label="mean pairwise distance")
+    distance_axis.set_ylabel("mean pairwise distance")
+    rank_axis.set_title("Collapse monitor on a validation sample")
+    figure.legend(loc="lower right", fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -23,7 +23,7 @@ from pipeline.index import Hit, index_items, open_store
 from pipeline.model import build_pretrained_model, load_servable
 from pipeline.report import (build_metrics_document, markdown_table, plot_recall_curve, plot_training_curves,
                              write_json, write_report)
-from pipeline.train import SERVABLE_DIR, read_history, train
+from pipeline.train import SERVABLE_DIR, read_history, read_step_log, train
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def prepare_split(config: PipelineConfig) -> Split:
 
 
 def corpus_items(split: Split, scope: str) -> list[Item]:
-    """The items an evaluation index holds: the test split, or every split as distractors."""
+    """Return the items of an evaluation index: the test split, or every split as distractors."""
     return split.test if scope == "test" else split.all_items()
 
 
@@ -87,10 +87,14 @@ def run_main_job(config: PipelineConfig, run_dir: Path | None = None, resume: bo
     """
     run_dir = Path(run_dir or config.run_dir())
     started = time.perf_counter()
+    # An interrupted run must not leave an earlier run's report looking current.
+    for name in ("metrics.json", "report.md", "training_curves.png", "recall_at_k.png"):
+        (run_dir / name).unlink(missing_ok=True)
     split = prepare_split(config)
 
     result = train(config, split.train, split.validation, run_dir=run_dir, resume=resume)
     training = {
+        "initial_validation_loss": result.initial_validation_loss,
         "history": result.history,
         "stopped_on_collapse": result.stopped_on_collapse,
         "collapse_alarms": (result.monitor or {}).get("alarms", []),
@@ -113,6 +117,7 @@ def evaluate_run(config: PipelineConfig, run_dir: Path, split: Split | None = No
         training = json.loads(previous.read_text()).get("training", {}) if previous.is_file() else {}
         if not training.get("history"):
             training["history"] = read_history(run_dir / "logs")
+    steps = read_step_log(run_dir / "logs")
 
     corpus = corpus_items(split, config.evaluation.index_scope)
     query_set = build_query_set(split.test, corpus, config.evaluation.query_kind)
@@ -159,7 +164,7 @@ def evaluate_run(config: PipelineConfig, run_dir: Path, split: Split | None = No
     write_json(run_dir / "metrics.json", document)
 
     figures = []
-    if plot_training_curves(training.get("history", []), config.loss.margin, run_dir / "training_curves.png"):
+    if plot_training_curves(steps, training, config.loss.margin, run_dir / "training_curves.png"):
         figures.append("training_curves.png")
     plot_recall_curve(models, config.evaluation.k, run_dir / "recall_at_k.png")
     figures.append("recall_at_k.png")

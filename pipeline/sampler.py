@@ -1,4 +1,4 @@
-"""P x K sampling: every batch holds P groups with K items each.
+"""P x K sampling: every batch contains P groups with K items each.
 
 Batch-hard mining needs a positive for every anchor, which a plain shuffled loader
 does not guarantee. ``GroupBatchSampler`` is a ``torch.utils.data.Sampler`` over item

@@ -41,8 +41,8 @@ LOG_DIR = "logs"
 class GroupDataset(Dataset):
     """Items as Quaterion ``SimilarityGroupSample``s, ordered by text length.
 
-    Quaterion fills its embedding cache by reading the dataset in index order; with
-    the texts sorted by length each cache batch pads to a similar length.
+    Quaterion fills its embedding cache by reading the dataset in index order, so
+    sorting the texts by length makes each cache batch pad to a similar length.
     """
 
     def __init__(self, items: list[Item]):
@@ -91,7 +91,7 @@ def _group_sizes(dataset: GroupDataset) -> dict[int, int]:
 
 @dataclass
 class TrainResult:
-    """Where a training run wrote its outputs, and its loss history."""
+    """Output paths and loss history of a training run."""
 
     run_dir: Path
     servable_dir: Path
@@ -222,7 +222,7 @@ def validation_loss(model: SimilarityTrainer, loader: GroupSimilarityDataLoader,
 def restore_last_checkpoint(model: SimilarityTrainer, checkpoint: Path) -> None:
     """Load the weights of the last checkpoint saved before a collapse stop."""
     if not checkpoint.is_file():
-        logger.warning("No checkpoint was saved before the collapse; the servable holds the collapsed weights.")
+        logger.warning("No checkpoint was saved before the collapse; the servable contains the collapsed weights.")
         return
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     model.load_state_dict(state, strict=False)
@@ -280,6 +280,22 @@ def read_history(log_dir: Path) -> list[dict]:
             entry[key] = sum(series) / len(series)
         history.append(entry)
     return history
+
+
+def read_step_log(log_dir: Path) -> list[dict]:
+    """Return every logged row (train loss per logged step, validation loss per epoch), by step."""
+    log_dir = Path(log_dir)
+    parts = sorted(log_dir.glob("metrics.before-resume-*.csv"), key=lambda path: int(path.stem.rsplit("-", 1)[1]))
+    rows = []
+    for path in [*parts, log_dir / "metrics.csv"]:
+        if not path.is_file():
+            continue
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                entry = {key: float(value) for key, value in row.items() if value not in (None, "")}
+                if "step" in entry:
+                    rows.append(entry)
+    return sorted(rows, key=lambda row: row["step"])
 
 
 def _read_log(path: Path) -> dict[int, dict[str, list[float]]]:

@@ -9,11 +9,12 @@ import pipeline.compat  # noqa: F401
 from quaterion_models.encoders import Encoder
 
 from pipeline.collapse import CollapseAlarm, effective_rank, geometry_metrics
-from pipeline.config import MonitorConfig
+from pipeline.config import MonitorConfig, PipelineConfig
 from pipeline.data import load_items, split_items
 from pipeline.embed import embed_texts
 from pipeline.model import SimilarityTrainer, build_pretrained_model
 from pipeline.train import train
+from tests.conftest import small_config
 
 
 def test_identical_vectors_rank_one_distance_zero():
@@ -96,10 +97,8 @@ class ConstantEncoder(Encoder):
 
 
 @pytest.fixture(scope="module")
-def slice_split(wordnet_dir):
-    from tests.conftest import small_config
-
-    config = small_config(__import__("pathlib").Path("/tmp"))
+def slice_split(wordnet_dir, tmp_path_factory):
+    config = small_config(tmp_path_factory.mktemp("split"))
     return split_items(load_items(config.data), config.data, config.seed)
 
 
@@ -117,15 +116,10 @@ def test_alarm_fires_on_constant_encoder(make_config, slice_split):
 
 
 def test_alarm_silent_on_pretrained_model(slice_split):
-    model = build_pretrained_model(small_config_for_model())
+    model = build_pretrained_model(PipelineConfig())
     texts = [item.text for item in slice_split.validation[:128]]
     metrics = geometry_metrics(torch.from_numpy(embed_texts(model, texts, show_progress=False)))
     alarm = CollapseAlarm(MonitorConfig())
     assert alarm.update({**metrics, "loss_over_margin": 0.6}) == []
     assert metrics["effective_rank"] > 20
 
-
-def small_config_for_model():
-    from pipeline.config import PipelineConfig
-
-    return PipelineConfig()

@@ -9,21 +9,20 @@ from pipeline.embed import embed_texts
 from pipeline.evaluate import EvaluationError, build_query_set, evaluate_collection
 from pipeline.index import ClientStore, CollectionError, EdgeStore, index_items, open_store, point_id
 from pipeline.model import build_pretrained_model
+from tests.conftest import small_config
 
 CHAIR = "n.03001627"  # chair: "a seat for one person, with a support for the back"
 
 
 @pytest.fixture(scope="module")
-def corpus(wordnet_dir):
-    from tests.conftest import small_config
-    from pathlib import Path
-
-    config = small_config(Path("/tmp"))
+def corpus(wordnet_dir, tmp_path_factory):
+    config = small_config(tmp_path_factory.mktemp("corpus"))
     items = load_items(config.data)
     split = split_items(items, config.data, config.seed)
     chair = [item for item in items if item.group == CHAIR]
     assert chair, "the chair synset is missing from WordNet"
-    selected = split.test + [item for item in chair if item.key not in {i.key for i in split.test}]
+    test_keys = {item.key for item in split.test}
+    selected = split.test + [item for item in chair if item.key not in test_keys]
     model = build_pretrained_model(config)
     vectors = embed_texts(model, [item.text for item in selected], show_progress=False)
     return selected, vectors, model, split.split_of()

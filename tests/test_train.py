@@ -13,20 +13,17 @@ from pipeline.data import load_items, split_items
 from pipeline.embed import embed_texts
 from pipeline.model import load_servable
 from pipeline.train import train
+from tests.conftest import small_config
 
 
 @pytest.fixture(scope="module")
 def slice_split(wordnet_dir, tmp_path_factory):
-    from tests.conftest import small_config
-
     config = small_config(tmp_path_factory.mktemp("split"))
     return split_items(load_items(config.data), config.data, config.seed)
 
 
 @pytest.fixture(scope="module")
 def trained(slice_split, tmp_path_factory):
-    from tests.conftest import small_config
-
     config = small_config(tmp_path_factory.mktemp("trained"))
     return config, train(config, slice_split.train, slice_split.validation)
 
