@@ -7,10 +7,17 @@ from pipeline.config import ConfigError, load_config
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_default_config_loads():
+@pytest.mark.parametrize("name", ["wordnet", "wordnet-frozen", "smoke", "collapse", "collapse-linear"])
+def test_shipped_configs_load(name):
+    config = load_config(REPO_ROOT / "configs" / f"{name}.yaml")
+    assert config.data.source == "wordnet"
+
+
+def test_default_config_fine_tunes_with_scaled_loss():
     config = load_config(REPO_ROOT / "configs" / "wordnet.yaml")
     assert config.loss.variant == "scaled"
-    assert config.model.trainable_encoder is False
+    assert config.model.trainable_encoder is True
+    assert load_config(REPO_ROOT / "configs" / "wordnet-frozen.yaml").model.trainable_encoder is False
 
 
 def test_unknown_key_names_key_and_file(tmp_path):
