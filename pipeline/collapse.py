@@ -217,20 +217,29 @@ class CollapseMonitor(Callback):
 
 
 class GuardedCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that saves nothing once the collapse monitor has fired."""
+    """``ModelCheckpoint`` that saves (and deletes) nothing once a collapse has stopped training.
+
+    Skipping at this level, not in ``_save_checkpoint``, matters: the top-k logic
+    deletes the previous checkpoint after "saving" the new one, which would lose the
+    last checkpoint from before the collapse.
+    """
 
     def __init__(self, monitor_callback: CollapseMonitor | None = None, **kwargs):
         super().__init__(**kwargs)
         self.collapse_monitor = monitor_callback
 
-    def _save_checkpoint(self, trainer, filepath: str) -> None:
-        if self.collapse_monitor is not None and self.collapse_monitor.collapsed and self.collapse_monitor.stop_on_collapse:
-            logger.info("Not saving %s: the embedding space has collapsed", filepath)
+    def _collapse_stopped(self) -> bool:
+        monitor = self.collapse_monitor
+        return monitor is not None and monitor.collapsed and monitor.stop_on_collapse
+
+    def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
+        if self._collapse_stopped():
+            logger.info("Not saving a checkpoint at step %d: the embedding space has collapsed", trainer.global_step)
             return
-        super()._save_checkpoint(trainer, filepath)
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     def _save_last_checkpoint(self, trainer, monitor_candidates) -> None:
-        if self.collapse_monitor is not None and self.collapse_monitor.collapsed and self.collapse_monitor.stop_on_collapse:
+        if self._collapse_stopped():
             return
         super()._save_last_checkpoint(trainer, monitor_candidates)
 

@@ -146,7 +146,7 @@ class EvaluationConfig(_Section):
 
     k: list[int] = [1, 5, 10]
     index_scope: Literal["test", "all"] = "test"
-    query_kind: str = "definition"
+    query_kind: str | None = "definition"
     batch_size: int = Field(256, gt=0)
 
     @field_validator("k")

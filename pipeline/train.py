@@ -159,8 +159,9 @@ def train(config: PipelineConfig, train_items: list[Item], validation_items: lis
         )
     all_callbacks = [
         QuaterionProgressBar(),
+        # The newest epoch's checkpoint, with last.ckpt as a link to it (one file on disk).
         GuardedCheckpoint(monitor_callback=monitor, dirpath=checkpoint_dir, filename="epoch{epoch:03d}",
-                          save_last=True, save_top_k=0, auto_insert_metric_name=False),
+                          save_last="link", save_top_k=1, auto_insert_metric_name=False),
     ]
     if monitor is not None:
         all_callbacks.append(monitor)

@@ -123,3 +123,23 @@ def test_alarm_silent_on_pretrained_model(slice_split):
     assert alarm.update({**metrics, "loss_over_margin": 0.6}) == []
     assert metrics["effective_rank"] > 20
 
+
+
+def test_stop_keeps_last_good_checkpoint(make_config, slice_split):
+    # margin_tolerance 1.0 counts every check as "loss near the margin", so with
+    # patience 2 the alarm fires at the second check (end of epoch 1), after the
+    # epoch-0 checkpoint was saved.
+    config = make_config(training={"epochs": 4, "stop_on_collapse": True,
+                                   "monitor": {"margin_tolerance": 1.0, "patience": 2, "sample_size": 64}})
+    result = train(config, slice_split.train, slice_split.validation)
+    assert result.stopped_on_collapse
+    assert len(result.monitor["history"]) == 2
+
+    checkpoint = torch.load(result.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["epoch"] == 0, "the checkpoint after the alarm must not be saved"
+
+    from pipeline.model import load_servable
+
+    servable = load_servable(result.servable_dir)
+    for name, value in servable.head.state_dict().items():
+        assert torch.equal(value, checkpoint["state_dict"][f"_model.head.{name}"]), name

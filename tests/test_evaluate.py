@@ -103,3 +103,30 @@ def test_harder_setting_with_distractors(main_job, tmp_path):
     assert result["setting"]["corpus_items"] > document["setting"]["corpus_items"]
     assert result["setting"]["queries"] == document["setting"]["queries"]
     assert result["models"]["baseline"]["recall@10"] <= document["models"]["baseline"]["recall@10"] + 1e-9
+
+
+def test_main_job_on_user_jsonl(tmp_path, wordnet_dir):
+    from pipeline.config import parse_config
+    from pipeline.data import read_wordnet
+    from pipeline.run import run_main_job
+
+    synsets = read_wordnet(wordnet_dir, ["verb"])[:300]
+    path = tmp_path / "phrases.jsonl"
+    with path.open("w") as handle:
+        for synset in synsets:
+            for item in synset.items():
+                handle.write(json.dumps({"phrase": item.text, "sense": synset.group}) + "\n")
+
+    config = parse_config({
+        "name": "user", "output_dir": str(tmp_path / "runs"),
+        "data": {"source": "jsonl", "name": "phrases", "path": str(path), "text_column": "phrase",
+                 "group_column": "sense", "split": {"validation": 0.2, "test": 0.2}},
+        "model": {"head": "linear"},
+        "training": {"epochs": 1, "groups_per_batch": 8, "monitor": {"sample_size": 32}},
+        "evaluation": {"query_kind": None},
+    })
+    document = run_main_job(config)
+    for model in ("baseline", "fine_tuned"):
+        assert 0.0 <= document["models"][model]["recall@10"] <= 1.0
+    assert document["setting"]["dataset"] == "phrases"
+    assert document["setting"]["queries"] == document["setting"]["corpus_items"]
