@@ -237,9 +237,11 @@ class SimilarityTrainer(TrainableModel):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # A frozen encoder never changes, so its weights (about 90 MB for MiniLM)
         # stay out of checkpoints; configure_encoders() rebuilds it on resume.
+        # SimilarityModel registers each encoder as a submodule named by its key.
         if not self.config.model.trainable_encoder:
+            prefixes = tuple(f"_model.{name}." for name in self.model.encoders)
             state = checkpoint["state_dict"]
-            for key in [key for key in state if key.startswith("_model.encoders.")]:
+            for key in [key for key in state if key.startswith(prefixes)]:
                 del state[key]
 
     def on_train_epoch_start(self) -> None:
