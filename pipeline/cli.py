@@ -51,6 +51,16 @@ def _overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description="Fine-tune a text encoder for similarity search, "
                                      "index it in Qdrant and measure retrieval.")
@@ -68,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = add("train", "Fine-tune the model and save it in the run directory.")
     train.add_argument("--resume", action="store_true", help="continue from checkpoints/last.ckpt if it exists")
-    train.add_argument("--epochs", type=int, help="number of epochs (overrides training.epochs)")
+    train.add_argument("--epochs", type=_positive_int, help="number of epochs (overrides training.epochs)")
 
     index = add("index", "Embed the corpus and upload it to Qdrant.")
     index.add_argument("--model", type=Path, help="run directory of a trained model (default: the pretrained encoder)")
@@ -82,11 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add("run", "Main job: train, index baseline and fine-tuned, evaluate, write the report.")
     run.add_argument("--resume", action="store_true", help="continue training from the last checkpoint")
-    run.add_argument("--epochs", type=int, help="number of epochs (overrides training.epochs)")
+    run.add_argument("--epochs", type=_positive_int, help="number of epochs (overrides training.epochs)")
 
     search = add("search", "Search the collection for the items nearest to a text.")
     search.add_argument("query", help="the text to search for")
-    search.add_argument("--k", type=int, default=5, help="number of results (default: 5)")
+    search.add_argument("--k", type=_positive_int, default=5, help="number of results, at least 1 (default: 5)")
     search.add_argument("--model", type=Path, help="run directory whose model and collection to use "
                         "(default: the pretrained encoder and the baseline collection)")
     search.add_argument("--collection", help="collection name (default: <qdrant.collection>_baseline or _finetuned)")
@@ -94,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     experiment = add("collapse-experiment", "Train the plain and the scaled triplet loss from the same start "
                      "and compare their collapse.")
-    experiment.add_argument("--epochs", type=int, help="number of epochs (overrides training.epochs)")
+    experiment.add_argument("--epochs", type=_positive_int, help="number of epochs (overrides training.epochs)")
     return parser
 
 
@@ -108,11 +118,21 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.index import CollectionError
     from pipeline.model import ModelError
 
+    from pipeline.sampler import SamplerError
+    from pipeline.train import TrainingInterrupted
+
     try:
         return _dispatch(args, load_config)
-    except (ConfigError, DataError, ModelError, CollectionError, EvaluationError, FileNotFoundError) as error:
+    except (ConfigError, DataError, ModelError, CollectionError, EvaluationError, SamplerError,
+            FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("error: interrupted; outputs of this command may be incomplete", file=sys.stderr)
+        return 130
 
 
 def _dispatch(args: argparse.Namespace, load_config) -> int:
@@ -122,7 +142,12 @@ def _dispatch(args: argparse.Namespace, load_config) -> int:
 
     console = Console()
     if args.command == "evaluate":
-        config_path = args.config or Path(args.model) / "config.yaml"
+        run_dir = Path(args.model)
+        if not (run_dir / "servable" / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{run_dir} is not a run directory (no servable/ inside). Pass the directory that "
+                "'pipeline run' or 'pipeline train' created, e.g. runs/wordnet.")
+        config_path = args.config or run_dir / "config.yaml"
         config = load_config(config_path, _overrides(args))
         document = jobs.evaluate_run(config, Path(args.model))
         console.print(jobs.print_table(document))

@@ -171,7 +171,7 @@ def read_user_file(path: str | Path, source: str, text_column: str, group_column
 
 
 def _read_jsonl(path: Path):
-    with path.open(encoding="utf-8") as lines:
+    with path.open(encoding="utf-8-sig") as lines:  # utf-8-sig drops a byte order mark
         for line_number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -185,7 +185,7 @@ def _read_jsonl(path: Path):
 
 
 def _read_csv(path: Path):
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:  # utf-8-sig drops a byte order mark
         reader = csv.DictReader(handle)
         for line_number, row in enumerate(reader, start=2):
             yield line_number, row
@@ -271,11 +271,12 @@ def split_items(items: list[Item], config: DataConfig, seed: int) -> Split:
         if item.group in selected:
             by_split[assignment[item.group]].append(item)
     split = Split(train=by_split["train"], validation=by_split["validation"], test=by_split["test"])
-    for name in ("train", "test"):
+    fixes = {"train": "lower data.split.test or data.split.validation", "test": "raise data.split.test"}
+    for name, fix in fixes.items():
         if not split.by_name(name):
             raise DataError(
-                f"The {name} split is empty ({len(groups)} groups in all). Use more groups "
-                "(data.max_groups) or change data.split shares."
+                f"The {name} split is empty ({len(groups)} groups in all, test share {test_share}, validation "
+                f"share {validation_share}). Add groups (or raise data.max_groups if it is set), or {fix}."
             )
     return split
 

@@ -255,7 +255,6 @@ def open_store(config: QdrantConfig, run_dir: str | Path) -> VectorStore:
         logger.info("Using the Qdrant server at %s", config.url)
         return ClientStore(config)
     path = Path(config.path or Path(run_dir) / "qdrant")
-    path.mkdir(parents=True, exist_ok=True)
     if config.backend == "local":
         logger.info("Using qdrant-client local mode in %s", path)
         return ClientStore(config, path=path)

@@ -259,8 +259,8 @@ def load_servable(path: str | Path) -> SimilarityModel:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ModelError(
-            f"No saved model in {path} (config.json missing). Pass a run's servable directory, "
-            "e.g. runs/wordnet/servable, or train one with 'pipeline train'."
+            f"No saved model in {path} (config.json missing). Pass a run directory that 'pipeline run' or "
+            "'pipeline train' created, e.g. runs/wordnet."
         )
     model = SimilarityModel.load(str(path))
     model.eval()

@@ -19,11 +19,11 @@ from pipeline.config import PipelineConfig, load_config
 from pipeline.data import Item, Split, load_items, split_items
 from pipeline.embed import apply_head, embed_texts
 from pipeline.evaluate import build_query_set, evaluate_collection
-from pipeline.index import Hit, index_items, open_store
+from pipeline.index import CollectionError, Hit, index_items, open_store
 from pipeline.model import build_pretrained_model, load_servable
 from pipeline.report import (build_metrics_document, markdown_table, plot_recall_curve, plot_training_curves,
                              write_json, write_report)
-from pipeline.train import SERVABLE_DIR, read_history, read_step_log, train
+from pipeline.train import SERVABLE_DIR, SERVABLE_TRAINING, train
 
 logger = logging.getLogger(__name__)
 
@@ -91,16 +91,11 @@ def run_main_job(config: PipelineConfig, run_dir: Path | None = None, resume: bo
     for name in ("metrics.json", "report.md", "training_curves.png", "recall_at_k.png"):
         (run_dir / name).unlink(missing_ok=True)
     split = prepare_split(config)
+    # Fail on an unusable evaluation setting now, not after training.
+    build_query_set(split.test, corpus_items(split, config.evaluation.index_scope), config.evaluation.query_kind)
 
     result = train(config, split.train, split.validation, run_dir=run_dir, resume=resume)
-    training = {
-        "initial_validation_loss": result.initial_validation_loss,
-        "history": result.history,
-        "stopped_on_collapse": result.stopped_on_collapse,
-        "collapse_alarms": (result.monitor or {}).get("alarms", []),
-        "monitor_history": (result.monitor or {}).get("history", []),
-    }
-    document = evaluate_run(config, run_dir, split=split, training=training, recreate=recreate)
+    document = evaluate_run(config, run_dir, split=split, training=result.training_record(), recreate=recreate)
     document["setting"]["total_seconds"] = round(time.perf_counter() - started, 1)
     write_json(run_dir / "metrics.json", document)
     return document
@@ -110,14 +105,12 @@ def evaluate_run(config: PipelineConfig, run_dir: Path, split: Split | None = No
                  recreate: bool = True) -> dict:
     """Index the held-out corpus with both models, evaluate them and write the report files."""
     run_dir = Path(run_dir)
-    split = split or prepare_split(config)
     fine_tuned_model = load_servable(run_dir / SERVABLE_DIR)
+    split = split or prepare_split(config)
     if training is None:
-        previous = run_dir / "metrics.json"
-        training = json.loads(previous.read_text()).get("training", {}) if previous.is_file() else {}
-        if not training.get("history"):
-            training["history"] = read_history(run_dir / "logs")
-    steps = read_step_log(run_dir / "logs")
+        record = run_dir / SERVABLE_DIR / SERVABLE_TRAINING
+        training = json.loads(record.read_text()) if record.is_file() else {}
+    steps = training.pop("steps", [])
 
     corpus = corpus_items(split, config.evaluation.index_scope)
     query_set = build_query_set(split.test, corpus, config.evaluation.query_kind)
@@ -218,6 +211,11 @@ def search(config: PipelineConfig, query: str, k: int, model_dir: Path | None,
             raise FileNotFoundError(
                 f"Collection {name!r} not found in {config.qdrant.url or run_dir / 'qdrant'}. "
                 "Build it with 'pipeline index' or 'pipeline run' first.")
+        if info.size != vector.shape[1]:
+            raise CollectionError(
+                f"Collection {name!r} contains vectors of size {info.size}, but the query model produces size "
+                f"{vector.shape[1]}. Search with the model that built it (--model RUN_DIR, or no --model for "
+                "the pretrained encoder).")
         return store.search(name, vector, k)[0]
     finally:
         store.close()

@@ -17,6 +17,10 @@ import torch
 from torch.utils.data import Sampler
 
 
+class SamplerError(ValueError):
+    """Data or settings that cannot fill P x K batches."""
+
+
 class GroupBatchSampler(Sampler[int]):
     """Yield item indices so that each batch has ``groups_per_batch`` groups x ``items_per_group`` items.
 
@@ -33,20 +37,21 @@ class GroupBatchSampler(Sampler[int]):
             batches every time (validation, so its loss is comparable across epochs).
 
     Raises:
-        ValueError: fewer than ``groups_per_batch`` groups have enough items.
+        SamplerError: fewer than ``groups_per_batch`` groups have enough items, or
+            ``items_per_group`` is below 2.
     """
 
     def __init__(self, groups: Sequence, groups_per_batch: int, items_per_group: int, seed: int = 0,
                  reshuffle: bool = True):
         if items_per_group < 2:
-            raise ValueError(f"items_per_group must be at least 2 for batch-hard mining, got {items_per_group}")
+            raise SamplerError(f"items_per_group must be at least 2 for batch-hard mining, got {items_per_group}")
         members = defaultdict(list)
         for index, group in enumerate(groups):
             members[group].append(index)
         self.members = [indices for _, indices in sorted(members.items(), key=lambda pair: str(pair[0]))
                         if len(indices) >= items_per_group]
         if len(self.members) < groups_per_batch:
-            raise ValueError(
+            raise SamplerError(
                 f"Only {len(self.members)} groups have at least {items_per_group} items, fewer than "
                 f"groups_per_batch={groups_per_batch}. Lower training.groups_per_batch or "
                 "training.items_per_group, or add data."

@@ -1,8 +1,13 @@
 """Training stage: fine-tune the encoder/head with Quaterion on grouped items.
 
 In: a ``PipelineConfig`` and the training/validation items of a ``Split``.
-Out: a run directory with ``servable/`` (``SimilarityModel.save``), ``config.yaml``
-(the resolved config), ``checkpoints/last.ckpt`` and ``logs/metrics.csv``.
+Out: a run directory with ``servable/`` (``SimilarityModel.save``, plus the resolved
+config and the training history), ``config.yaml`` (the servable's config, written
+once the servable is complete), ``checkpoints/last.ckpt`` and ``logs/metrics.csv``.
+
+A run that does not resume replaces the checkpoints and logs of the run before it,
+but that run's servable and ``config.yaml`` stay until the new servable is saved,
+so an interrupted run never leaves a mix that looks complete.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import logging
 import math
 import shutil
+import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,8 +40,14 @@ from pipeline.sampler import GroupBatchSampler
 logger = logging.getLogger(__name__)
 
 SERVABLE_DIR = "servable"
+SERVABLE_CONFIG = "pipeline_config.yaml"
+SERVABLE_TRAINING = "training.json"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped by Ctrl-C or SIGTERM before it finished."""
 
 
 class GroupDataset(Dataset):
@@ -100,6 +112,18 @@ class TrainResult:
     monitor: dict | None = None
     initial_validation_loss: float = math.nan
 
+    def training_record(self) -> dict:
+        """Return the history and monitor summary saved beside the servable."""
+        monitor = self.monitor or {}
+        return {
+            "initial_validation_loss": self.initial_validation_loss,
+            "history": self.history,
+            "stopped_on_collapse": self.stopped_on_collapse,
+            "collapse_alarms": monitor.get("alarms", []),
+            "monitor_history": monitor.get("history", []),
+            "steps": read_step_log(self.run_dir / LOG_DIR),
+        }
+
     def validation_losses(self) -> list[float]:
         return [row["validation_loss"] for row in self.history if not math.isnan(row.get("validation_loss", math.nan))]
 
@@ -126,7 +150,10 @@ def train(config: PipelineConfig, train_items: list[Item], validation_items: lis
 
     run_dir = Path(run_dir or config.run_dir())
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config.to_yaml())
+    checkpoint_path = checkpoint_path_for(run_dir, resume)
+    if checkpoint_path is None:
+        for stale in (run_dir / CHECKPOINT_DIR, run_dir / LOG_DIR):
+            shutil.rmtree(stale, ignore_errors=True)
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     if config.training.num_threads:
@@ -136,13 +163,12 @@ def train(config: PipelineConfig, train_items: list[Item], validation_items: lis
     train_loader = build_loader(train_items, config, training=True)
     validation_loader = build_loader(validation_items, config, training=False) if validation_items else None
     initial_loss = math.nan
-    if validation_loader is not None and checkpoint_path_for(run_dir, resume) is None:
+    if validation_loader is not None and checkpoint_path is None:
         initial_loss = validation_loss(model, validation_loader, config.training.encode_batch_size)
         logger.info("Validation loss before training: %.4f", initial_loss)
 
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     last_checkpoint = checkpoint_dir / "last.ckpt"
-    checkpoint_path = checkpoint_path_for(run_dir, resume)
     if checkpoint_path:
         logger.info("Resuming from %s", checkpoint_path)
         keep_earlier_log(run_dir / LOG_DIR)
@@ -161,7 +187,8 @@ def train(config: PipelineConfig, train_items: list[Item], validation_items: lis
         QuaterionProgressBar(),
         # The newest epoch's checkpoint, with last.ckpt as a link to it (one file on disk).
         GuardedCheckpoint(monitor_callback=monitor, dirpath=checkpoint_dir, filename="epoch{epoch:03d}",
-                          save_last="link", save_top_k=1, auto_insert_metric_name=False),
+                          save_last="link", save_top_k=1, auto_insert_metric_name=False,
+                          enable_version_counter=False),
     ]
     if monitor is not None:
         all_callbacks.append(monitor)
@@ -184,17 +211,32 @@ def train(config: PipelineConfig, train_items: list[Item], validation_items: lis
         len(train_items), len({item.group for item in train_items}), len(train_loader),
         config.training.groups_per_batch, config.training.items_per_group, config.training.epochs,
     )
-    Quaterion.fit(model, trainer, train_loader, validation_loader, ckpt_path=checkpoint_path)
+    def interrupted() -> TrainingInterrupted:
+        return TrainingInterrupted(
+            f"Training was interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}, and no "
+            f"model was saved. Continue it with the same command and --resume (last checkpoint: {last_checkpoint}).")
+
+    try:
+        Quaterion.fit(model, trainer, train_loader, validation_loader, ckpt_path=checkpoint_path)
+    except SystemExit as exit_request:
+        # Lightning 2.6 answers Ctrl-C with sys.exit(1) and SIGTERM with SystemExit(),
+        # after ignoring SIGINT; give Ctrl-C back its default handler.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise interrupted() from exit_request
+    if trainer.interrupted:
+        raise interrupted()
 
     stopped = collapse_stopped(trainer)
     if stopped:
         restore_last_checkpoint(model, last_checkpoint)
 
-    servable_dir = save_servable_atomically(model, run_dir / SERVABLE_DIR)
     history = read_history(run_dir / LOG_DIR)
-    result = TrainResult(run_dir=run_dir, servable_dir=servable_dir, history=history, stopped_on_collapse=stopped,
-                         monitor=monitor.summary() if monitor else None, initial_validation_loss=initial_loss)
-    logger.info("Saved the trained model to %s", servable_dir)
+    result = TrainResult(run_dir=run_dir, servable_dir=run_dir / SERVABLE_DIR, history=history,
+                         stopped_on_collapse=stopped, monitor=monitor.summary() if monitor else None,
+                         initial_validation_loss=initial_loss)
+    save_servable_atomically(model, run_dir / SERVABLE_DIR, config, result.training_record())
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+    logger.info("Saved the trained model to %s", result.servable_dir)
     return result
 
 
@@ -230,8 +272,9 @@ def restore_last_checkpoint(model: SimilarityTrainer, checkpoint: Path) -> None:
     logger.info("Restored the weights of %s, saved before the collapse", checkpoint)
 
 
-def save_servable_atomically(model: SimilarityTrainer, target: Path) -> Path:
-    """Save the servable to a temporary directory, then move it into place.
+def save_servable_atomically(model: SimilarityTrainer, target: Path, config: PipelineConfig,
+                             training: dict) -> Path:
+    """Save the servable, its config and its training record to a temporary directory, then move it into place.
 
     A crash while saving leaves the previous servable (if any) untouched, so a
     directory named ``servable`` is always complete.
@@ -239,6 +282,8 @@ def save_servable_atomically(model: SimilarityTrainer, target: Path) -> Path:
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_servable(str(partial))
+    (partial / SERVABLE_CONFIG).write_text(config.to_yaml())
+    (partial / SERVABLE_TRAINING).write_text(json.dumps(training, default=float))
     created = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     (partial / "pipeline_version.json").write_text(
         json.dumps({"version": f"{target.parent.name}@{created}", "created": created}))

@@ -32,7 +32,7 @@ def test_bad_config_key_exits_2_with_message(tmp_path):
 def test_missing_servable_exits_2(tmp_path):
     completed = _pipeline("evaluate", "--model", tmp_path, "--config", REPO_ROOT / "configs" / "smoke.yaml")
     assert completed.returncode == 2
-    assert "No saved model" in completed.stderr
+    assert "is not a run directory" in completed.stderr
 
 
 def test_search_json_on_main_job(main_job):
@@ -53,3 +53,16 @@ def test_search_missing_collection_exits_2(main_job):
                           "--collection", "absent")
     assert completed.returncode == 2
     assert "Collection 'absent' not found" in completed.stderr
+
+
+def test_search_rejects_k_below_one(main_job):
+    _, run_dir, _ = main_job
+    completed = _pipeline("search", "anything", "--k", 0, "--config", run_dir / "config.yaml")
+    assert completed.returncode == 2
+    assert "must be at least 1" in completed.stderr
+
+
+def test_evaluate_on_non_run_directory(tmp_path):
+    completed = _pipeline("evaluate", "--model", tmp_path)
+    assert completed.returncode == 2
+    assert "is not a run directory" in completed.stderr

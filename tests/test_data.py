@@ -119,3 +119,16 @@ def test_empty_text_is_rejected(tmp_path):
     path.write_text("text,group\n ,g\n")
     with pytest.raises(DataError, match="'text' is empty"):
         read_user_file(path, "csv", "text", "group")
+
+
+def test_csv_with_byte_order_mark(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_bytes("\ufefftitle,sku\nred apple,1\n".encode("utf-8"))
+    items = read_user_file(path, "csv", "title", "sku")
+    assert [item.text for item in items] == ["red apple"]
+
+
+def test_empty_test_split_says_what_to_change(synsets):
+    items = [item for synset in synsets[:3] for item in synset.items()]
+    with pytest.raises(DataError, match="raise data.split.test"):
+        split_items(items, DataConfig(split={"validation": 0.0, "test": 0.01}), seed=0)

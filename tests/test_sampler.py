@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from pipeline.sampler import GroupBatchSampler
+from pipeline.sampler import GroupBatchSampler, SamplerError
 
 
 def _groups():
@@ -55,10 +55,10 @@ def test_same_seed_same_batches():
 
 
 def test_too_few_groups_is_an_error():
-    with pytest.raises(ValueError, match="groups_per_batch"):
+    with pytest.raises(SamplerError, match="groups_per_batch"):
         GroupBatchSampler([0, 0, 1, 1], groups_per_batch=3, items_per_group=2)
 
 
 def test_k_below_two_is_an_error():
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(SamplerError, match="at least 2"):
         GroupBatchSampler([0, 0, 1, 1], groups_per_batch=2, items_per_group=1)

@@ -125,3 +125,33 @@ def test_trainable_encoder_trains_with_dropout(make_config, slice_split):
     tuned = embed_texts(load_servable(result.servable_dir), texts, show_progress=False)
     pretrained = embed_texts(build_pretrained_model(config), texts, show_progress=False)
     assert np.abs(tuned - pretrained).max() > 1e-4
+
+
+def test_fresh_run_replaces_old_checkpoints(make_config, slice_split):
+    train(make_config(training={"epochs": 2}), slice_split.train, slice_split.validation)
+    result = train(make_config(training={"epochs": 1}), slice_split.train, slice_split.validation)
+    files = sorted(path.name for path in (result.run_dir / "checkpoints").iterdir())
+    assert files == ["epoch000.ckpt", "last.ckpt"]
+    assert (result.run_dir / "checkpoints" / "last.ckpt").resolve().name == "epoch000.ckpt"
+    assert [row["epoch"] for row in result.history] == [0]
+
+
+class Interrupt(Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == 3:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_keeps_previous_model(make_config, slice_split):
+    from pipeline.train import TrainingInterrupted
+
+    first = train(make_config(training={"epochs": 1}), slice_split.train, slice_split.validation)
+    version = (first.servable_dir / "pipeline_version.json").read_text()
+    config_text = (first.run_dir / "config.yaml").read_text()
+
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train(make_config(training={"epochs": 5}), slice_split.train, slice_split.validation,
+              callbacks=[Interrupt()])
+    assert (first.servable_dir / "pipeline_version.json").read_text() == version
+    assert (first.run_dir / "config.yaml").read_text() == config_text
+    assert "epochs: 1\n" in config_text
