@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import PipelineConfig
 from pipeline.data import Item, Split, load_items, split_items
 from pipeline.embed import apply_head, embed_texts
 from pipeline.evaluate import build_query_set, evaluate_collection
@@ -219,11 +219,6 @@ def search(config: PipelineConfig, query: str, k: int, model_dir: Path | None,
         return store.search(name, vector, k)[0]
     finally:
         store.close()
-
-
-def load_run_config(run_dir: Path) -> PipelineConfig:
-    path = Path(run_dir) / "config.yaml"
-    return load_config(path)
 
 
 def print_table(document: dict) -> str:

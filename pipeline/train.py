@@ -219,8 +219,8 @@ def train(config: PipelineConfig, train_items: list[Item], validation_items: lis
     try:
         Quaterion.fit(model, trainer, train_loader, validation_loader, ckpt_path=checkpoint_path)
     except SystemExit as exit_request:
-        # Lightning 2.6 answers Ctrl-C with sys.exit(1) and SIGTERM with SystemExit(),
-        # after ignoring SIGINT; give Ctrl-C back its default handler.
+        # Lightning 2.6 handles Ctrl-C with sys.exit(1) and SIGTERM with SystemExit(),
+        # and it leaves SIGINT ignored, so restore Ctrl-C's default handler.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         raise interrupted() from exit_request
     if trainer.interrupted:
@@ -312,12 +312,9 @@ def read_history(log_dir: Path) -> list[dict]:
     is averaged over the epoch's rows, so ``train_loss`` (logged every
     ``log_every_n_steps`` steps) becomes the epoch's mean logged loss.
     """
-    log_dir = Path(log_dir)
-    parts = sorted(log_dir.glob("metrics.before-resume-*.csv"), key=lambda path: int(path.stem.rsplit("-", 1)[1]))
     values: dict[int, dict[str, list[float]]] = {}
-    for path in [*parts, log_dir / "metrics.csv"]:
-        if path.is_file():
-            values.update(_read_log(path))
+    for path in _log_files(log_dir):
+        values.update(_read_log(path))
 
     history = []
     for epoch in sorted(values):
@@ -328,14 +325,17 @@ def read_history(log_dir: Path) -> list[dict]:
     return history
 
 
-def read_step_log(log_dir: Path) -> list[dict]:
-    """Return every logged row (train loss per logged step, validation loss per epoch), by step."""
+def _log_files(log_dir: Path) -> list[Path]:
+    """Return the CSV logs of a run, oldest first: those kept before each resume, then metrics.csv."""
     log_dir = Path(log_dir)
     parts = sorted(log_dir.glob("metrics.before-resume-*.csv"), key=lambda path: int(path.stem.rsplit("-", 1)[1]))
+    return [path for path in [*parts, log_dir / "metrics.csv"] if path.is_file()]
+
+
+def read_step_log(log_dir: Path) -> list[dict]:
+    """Return every logged row (train loss per logged step, validation loss per epoch), by step."""
     rows = []
-    for path in [*parts, log_dir / "metrics.csv"]:
-        if not path.is_file():
-            continue
+    for path in _log_files(log_dir):
         with path.open() as handle:
             for row in csv.DictReader(handle):
                 entry = {key: float(value) for key, value in row.items() if value not in (None, "")}
