@@ -81,10 +81,12 @@ def write_report(run_dir: Path, document: dict, figures: list[str]) -> Path:
     lines.append("## Setting")
     for key, value in setting.items():
         lines.append(f"- {key}: {value}")
+
     lines += ["", "## Retrieval on held-out groups", "", markdown_table(document), ""]
     lines.append("Definitions:")
     for key, text in document["definitions"].items():
         lines.append(f"- **{key}**: {text}")
+
     training = document.get("training") or {}
     initial = training.get("initial_validation_loss")
     if initial is not None and not math.isnan(initial):
@@ -96,6 +98,7 @@ def write_report(run_dir: Path, document: dict, figures: list[str]) -> Path:
             lines.append(
                 f"| {row['epoch']} | {_format(row.get('train_loss'))} | {_format(row.get('validation_loss'))} | "
                 f"{_format(row.get('monitor_effective_rank'))} | {_format(row.get('monitor_mean_distance'))} |")
+
     if training.get("collapse_alarms"):
         lines += ["", "Collapse alarms:"]
         for alarm in training["collapse_alarms"]:
