@@ -1,9 +1,10 @@
 """Command line: ``python -m pipeline COMMAND`` or the ``pipeline`` console script.
 
 Commands: train, index, evaluate, run, search, collapse-experiment. Every command
-reads one YAML config (``--config``); a few flags override single settings.
-Known errors (bad config, missing data, model or collection) print one message and
-exit with status 2; anything else keeps its traceback.
+reads one YAML config (``--config``), and a few flags override single settings.
+Known errors (an invalid config, missing data, a missing model or collection) print
+one message and exit with status 2. An interrupted command prints one message and
+exits with status 130. Anything else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -117,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.evaluate import EvaluationError
     from pipeline.index import CollectionError
     from pipeline.model import ModelError
-
     from pipeline.sampler import SamplerError
     from pipeline.train import TrainingInterrupted
 
@@ -149,7 +149,7 @@ def _dispatch(args: argparse.Namespace, load_config) -> int:
                 "'pipeline run' or 'pipeline train' created, e.g. runs/wordnet.")
         config_path = args.config or run_dir / "config.yaml"
         config = load_config(config_path, _overrides(args))
-        document = jobs.evaluate_run(config, Path(args.model))
+        document = jobs.evaluate_run(config, run_dir)
         console.print(jobs.print_table(document))
         return 0
 

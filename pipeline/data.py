@@ -12,7 +12,7 @@ import csv
 import hashlib
 import json
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,7 +279,3 @@ def split_items(items: list[Item], config: DataConfig, seed: int) -> Split:
                 f"share {validation_share}). Add groups (or raise data.max_groups if it is set), or {fix}."
             )
     return split
-
-
-def count_by_kind(items: list[Item]) -> Counter:
-    return Counter(item.kind for item in items)

@@ -175,7 +175,12 @@ class EdgeStore:
 
 
 class ClientStore:
-    """A Qdrant server through ``qdrant-client`` (or its local mode, for ``path``)."""
+    """A Qdrant server through ``qdrant-client`` (or its local mode, for ``path``).
+
+    NOTE: the tests run this class in qdrant-client's local mode only. The server
+    branch (``url``, ``upload_parallel``, shards, replication) has not run against a
+    real Qdrant server.
+    """
 
     def __init__(self, config: QdrantConfig, path: str | Path | None = None):
         from qdrant_client import QdrantClient, models

@@ -71,7 +71,7 @@ class GroupDataset(Dataset):
 
 
 def build_loader(items: list[Item], config: PipelineConfig, training: bool) -> GroupSimilarityDataLoader:
-    """Build a P x K data loader; validation batches are the same every epoch."""
+    """Build a P x K data loader. Validation loaders repeat the same batches every epoch."""
     dataset = GroupDataset(items)
     settings = config.training
     groups_per_batch = settings.groups_per_batch
@@ -137,7 +137,7 @@ def train(config: PipelineConfig, train_items: list[Item], validation_items: lis
         config: the pipeline config.
         train_items: items of the training groups.
         validation_items: items of the validation groups (may be empty).
-        run_dir: output directory; ``config.run_dir()`` if None.
+        run_dir: output directory, or ``config.run_dir()`` if None.
         resume: continue from ``checkpoints/last.ckpt`` when it exists.
         callbacks: extra Lightning callbacks (the collapse monitor is added here
             from config; pass others, e.g. for the collapse experiment).
@@ -211,6 +211,7 @@ def train(config: PipelineConfig, train_items: list[Item], validation_items: lis
         len(train_items), len({item.group for item in train_items}), len(train_loader),
         config.training.groups_per_batch, config.training.items_per_group, config.training.epochs,
     )
+
     def interrupted() -> TrainingInterrupted:
         return TrainingInterrupted(
             f"Training was interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}, and no "
@@ -247,7 +248,7 @@ def checkpoint_path_for(run_dir: Path, resume: bool) -> str | None:
 
 @torch.no_grad()
 def validation_loss(model: SimilarityTrainer, loader: GroupSimilarityDataLoader, batch_size: int) -> float:
-    """Mean loss of the untrained model over the validation batches (the same batches every epoch)."""
+    """Compute the untrained model's mean loss over the validation batches, which repeat every epoch."""
     from pipeline.embed import embed_texts
 
     dataset = loader._original_dataset  # the GroupDataset under Quaterion's indexing layers
@@ -307,7 +308,7 @@ def keep_earlier_log(log_dir: Path) -> None:
 def read_history(log_dir: Path) -> list[dict]:
     """Collapse Lightning's CSV logs into one row per epoch.
 
-    Reads the logs of earlier (resumed) runs first, then ``metrics.csv``; a later
+    Reads the logs of earlier (resumed) runs first, then ``metrics.csv``. A later
     file's rows replace an earlier file's rows of the same epoch. Each logged value
     is averaged over the epoch's rows, so ``train_loss`` (logged every
     ``log_every_n_steps`` steps) becomes the epoch's mean logged loss.
